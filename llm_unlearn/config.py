@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,22 @@ from typing import Any
 import yaml
 
 from llm_unlearn.errors import ConfigError
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` (no dot) as a float, as YAML 1.2 and every user expects."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text with `_YamlLoader`."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -209,6 +226,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _unknown_key_message(key: str, valid: list[str], where: str) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    close = close or [v for v in sorted(valid, key=len, reverse=True) if key.startswith(v) or v.startswith(key)]
     hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
     return f"{where}: unknown key '{key}'{hint}"
 
@@ -246,7 +264,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override '{text}': empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), read_yaml(raw) if raw.strip() else ""
 
 
 def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -278,7 +296,7 @@ def load_recipe(cls: type, path: str | Path | None = None, overrides: list[str] 
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = read_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if loaded is None:

@@ -190,6 +190,12 @@ def load_model_and_tokenizer(
 ) -> tuple[Any, Any]:
     """One entry point: base model (+ existing adapter from `config.adapter`, + new LoRA when enabled).
 
+    With `config.adapter` (e.g. the fine-tuned target model as an adapter over the base):
+    - for evaluation (`trainable=False`) the adapter is loaded on top of the base, unmerged;
+    - for training, it is merged into the base in memory first, so the fine-tuned model becomes the new
+      base: a fresh LoRA is attached on top and `disable_adapter()` then yields the fine-tuned model
+      (the correct NPO/DPO/KL reference), not the original pretrained one.
+
     Args:
         config: the model section of a recipe.
         lora: when given and enabled, and `trainable`, a fresh LoRA adapter is attached.
@@ -202,8 +208,10 @@ def load_model_and_tokenizer(
 
         if not Path(config.adapter, "adapter_config.json").is_file():
             raise ModelLoadError(f"{config.adapter}: no adapter_config.json; not a peft adapter folder")
-        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=trainable)
-    elif trainable and lora is not None and lora.enabled:
+        model = PeftModel.from_pretrained(model, config.adapter, is_trainable=False)
+        if trainable:
+            model = model.merge_and_unload()
+    if trainable and lora is not None and lora.enabled:
         model = attach_lora(model, lora, quantized=config.quantization == "4bit")
     if not trainable:
         model.eval()

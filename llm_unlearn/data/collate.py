@@ -91,10 +91,20 @@ class PromptFormatter:
         chunks = [ids[i : i + self.max_length] for i in range(0, len(ids), self.max_length)]
         return [{"input_ids": c, "attention_mask": [1] * len(c), "labels": list(c)} for c in chunks]
 
-    def encode_many(self, pairs: Sequence[tuple[str, str]], source: str = "") -> list[dict[str, list[int]]]:
-        """Encode many pairs; warns once with the count of truncated examples."""
+    def encode_many(
+        self, pairs: Sequence[tuple[str, str]], source: str = "", wheres: Sequence[str] | None = None
+    ) -> list[dict[str, list[int]]]:
+        """Encode many pairs; warns once with the count of truncated examples.
+
+        Args:
+            pairs: (question, answer) pairs.
+            source: the data set's name, for the warning.
+            wheres: per-pair locations for errors (e.g. each row's "file:line"); default "{source} record {i}"
+                counted from 1.
+        """
         before = self.num_truncated
-        out = [self.encode(q, a, f"{source} record {i}") for i, (q, a) in enumerate(pairs)]
+        wheres = wheres or [f"{source} record {i}" for i in range(1, len(pairs) + 1)]
+        out = [self.encode(q, a, where) for (q, a), where in zip(pairs, wheres)]
         truncated = self.num_truncated - before
         if truncated:
             warnings.warn(

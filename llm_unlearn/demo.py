@@ -1,0 +1,380 @@
+"""`llm-unlearn demo`: the whole unlearning loop on the embedded SmolLM2 with a readable report.
+
+Phases (each cached in its own folder, keyed by a hash of its settings and of the phases it builds on;
+`--fresh` recomputes everything):
+  1. finetune the target model (LoRA) on all fictitious authors, merge it   -> target/, target-merged/
+  2. finetune the retain model without the forget authors                  -> retain/
+  3. evaluate target and retain                                           -> eval-target/, eval-retain/
+  4. unlearn the forget authors from the target (LoRA over target-merged)  -> unlearned/
+  5. evaluate the unlearned model against target and retain               -> eval-unlearned/
+  6. merge the unlearning adapter, stage the push-ready folder             -> unlearned-merged/, hub/
+  7. report.md + plots, a before/after table and example answers on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_unlearn.config import (
+    DataConfig,
+    FinetuneRecipe,
+    LoraConfig,
+    MethodConfig,
+    ModelConfig,
+    UnlearnRecipe,
+    load_recipe,
+    recipe_to_dict,
+)
+
+PHASE_MARKER = ".demo_phase.json"
+TABLE_ROWS = [
+    ("forget/probability", "Forget probability (lower = forgotten)"),
+    ("forget/rougeL", "Forget ROUGE-L recall (lower = forgotten)"),
+    ("forget/truth_ratio_score", "Forget truth ratio, mean min(R, 1/R) (retain model's level = forgotten)"),
+    ("forget_quality", "Forget quality, KS p-value vs retain model (higher = closer to never trained)"),
+    ("model_utility", "Model utility, hmean of 9 (higher = more kept)"),
+    ("retain/probability", "Retain probability"),
+    ("retain/rougeL", "Retain ROUGE-L recall"),
+]
+
+
+@dataclass
+class DemoConfig:
+    """Settings of `llm-unlearn demo`; every field can be overridden as `key=value` or `section.key=value`."""
+
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where every phase writes."})
+    model: str = field(default="smollm2-135m", metadata={"help": "Base model spec."})
+    data_prefix: str = field(default="synth", metadata={"help": "Data source prefix: 'synth' (shipped) or 'tofu'."})
+    prompt_template: str | None = field(
+        default="Question: {question}\nAnswer:",
+        metadata={"help": "Prompt format; null uses the chat template (adds a ~30-token system prompt)."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of every phase."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast for training; null: when supported."})
+    finetune_lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=32, alpha=64))
+    finetune_training: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 1e-3,
+            "num_train_epochs": 6,
+            "per_device_train_batch_size": 8,
+            "warmup_steps": 5,
+            "lr_scheduler_type": "linear",
+            "logging_steps": 10,
+        }
+    )
+    unlearn_lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32))
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(name="npo_rt"))
+    unlearn_training: dict[str, Any] = field(
+        default_factory=lambda: {
+            "learning_rate": 5e-4,
+            "num_train_epochs": 5,
+            "per_device_train_batch_size": 4,
+            "warmup_steps": 2,
+            "lr_scheduler_type": "constant_with_warmup",
+            "logging_steps": 5,
+        }
+    )
+    eval_batch_size: int = field(default=16, metadata={"help": "Sequences per forward in evaluation."})
+    examples_shown: int = field(default=3, metadata={"help": "Forget and retain questions shown before/after."})
+
+
+def _key(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_phase(out: Path, name: str, settings: Any, build: Callable[[Path], Any], fresh: bool) -> tuple[Path, str]:
+    """Run `build(folder)` unless `folder` holds a finished run with the same settings key.
+
+    Returns:
+        (folder, key); pass the key into the settings of phases that build on this one.
+    """
+    folder = out / name
+    key = _key(settings)
+    marker = folder / PHASE_MARKER
+    if not fresh and marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        print(f"[demo] {name}: reusing {folder} (same settings; --fresh recomputes)", flush=True)
+        return folder, key
+    if folder.exists():
+        shutil.rmtree(folder)
+    print(f"[demo] {name}: running ...", flush=True)
+    start = time.perf_counter()
+    build(folder)
+    seconds = round(time.perf_counter() - start, 1)
+    marker.write_text(json.dumps({"key": key, "seconds": seconds}))
+    print(f"[demo] {name}: done in {seconds:.0f} s", flush=True)
+    return folder, key
+
+
+def _data(config: DemoConfig, forget: str, retain: str | None) -> DataConfig:
+    return DataConfig(forget=forget, retain=retain, prompt_template=config.prompt_template, max_length=256)
+
+
+def _training(config: DemoConfig, base: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from llm_unlearn.models import bf16_supported
+
+    bf16 = bf16_supported() if config.bf16 is None else config.bf16
+    extra = {"use_cpu": True} if bf16 and not torch.cuda.is_available() else {}  # Trainer's bf16 autocast on CPU
+    return {**base, **extra, "bf16": bf16, "save_strategy": "no", "report_to": "none", "seed": config.seed}
+
+
+def _eval_recipe(config: DemoConfig, model: ModelConfig, out: Path, label: str, **results: str | None) -> Any:
+    from llm_unlearn.eval.runner import EvalRecipe, EvalSets
+
+    p = config.data_prefix
+    sets = EvalSets(
+        forget=f"{p}:forget_perturbed",
+        retain=f"{p}:retain_perturbed",
+        real_authors=f"{p}:real_authors_perturbed",
+        world_facts=f"{p}:world_facts_perturbed",
+        holdout=f"{p}:holdout",
+    )
+    return EvalRecipe(
+        output_dir=str(out),
+        model=model,
+        sets=sets,
+        data=_data(config, f"{p}:forget", None),
+        label=label,
+        batch_size=config.eval_batch_size,
+        **results,
+    )
+
+
+def _read_summary(folder: Path) -> dict[str, float]:
+    return json.loads((folder / "summary.json").read_text())["summary"]
+
+
+def _read_generations(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    records = {}
+    with open(folder / "per_example.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            records[(record["set"], record["index"])] = record
+    return records
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
+
+
+def before_after_table(summaries: dict[str, dict[str, float]]) -> str:
+    """Markdown table: one row per headline metric, one column per model."""
+    names = list(summaries)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label in TABLE_ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(summaries[n].get(key)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def acceptance(target: dict[str, float], unlearned: dict[str, float]) -> list[tuple[str, bool]]:
+    """The demo's own bar: forget quality >= 10x the target's, model utility >= 0.9x the target's."""
+    fq_t, fq_u = target.get("forget_quality", float("nan")), unlearned.get("forget_quality", float("nan"))
+    mu_t, mu_u = target.get("model_utility", float("nan")), unlearned.get("model_utility", float("nan"))
+    return [
+        (f"forget quality {_fmt(fq_u)} >= 10 x target {_fmt(fq_t)}", fq_u >= 10 * fq_t),
+        (f"model utility {_fmt(mu_u)} >= 0.9 x target {_fmt(mu_t)}", mu_u >= 0.9 * mu_t),
+    ]
+
+
+def example_answers(evals: dict[str, Path], count: int) -> str:
+    """Markdown: the first `count` forget and retain questions with each model's greedy answer."""
+    generations = {name: _read_generations(folder) for name, folder in evals.items()}
+    first = next(iter(generations.values()))
+    lines = []
+    for set_name in ("forget", "retain"):
+        lines.append(f"\n### {set_name.capitalize()} questions\n")
+        for index in range(count):
+            record = first.get((set_name, index))
+            if record is None:
+                break
+            lines.append(f"**Q:** {record['question']}  \n**Reference:** {record['answer']}  ")
+            for name, records in generations.items():
+                answer = records[(set_name, index)].get("generation", "").strip().replace("\n", " ")
+                lines.append(f"**{name}:** {answer}  ")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
+    """Run every phase (reusing finished ones) and write `report.md`; returns the report path."""
+    from llm_unlearn.eval.report import plot_tradeoff
+    from llm_unlearn.eval.runner import run_eval
+    from llm_unlearn.finetune import run_finetune
+    from llm_unlearn.hub import push_folder
+    from llm_unlearn.merge import merge_adapter
+    from llm_unlearn.models import resolve_model_path
+    from llm_unlearn.unlearn import run_unlearn
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    base = resolve_model_path(config.model)
+    p = config.data_prefix
+    timings: dict[str, float] = {}
+
+    def timed(name: str, settings: Any, build: Callable[[Path], Any]) -> tuple[Path, str]:
+        t0 = time.perf_counter()
+        result = run_phase(out, name, settings, build, fresh)
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    def finetune(name: str, train_spec: str) -> tuple[Path, str]:
+        recipe = FinetuneRecipe(
+            output_dir="",
+            seed=config.seed,
+            model=ModelConfig(name_or_path=base),
+            lora=config.finetune_lora,
+            data=_data(config, train_spec, None),
+            training=_training(config, config.finetune_training),
+        )
+        settings = {"recipe": recipe_to_dict(recipe) | {"output_dir": name}, "model": config.model}
+
+        def build(folder: Path) -> None:
+            recipe.output_dir = str(folder)
+            run_finetune(recipe)
+
+        return timed(name, settings, build)
+
+    target_dir, target_key = finetune("target", f"{p}:full")
+    target_merged, merged_key = timed(
+        "target-merged", {"after": target_key}, lambda f: merge_adapter(base, str(target_dir), str(f))
+    )
+    retain_dir, retain_key = finetune("retain", f"{p}:retain")
+
+    def evaluate(name: str, model: ModelConfig, label: str, after: list[str], **results: str | None):
+        recipe = _eval_recipe(config, model, out / name, label, **results)
+        settings = {"recipe": recipe_to_dict(recipe), "after": after}
+        return timed(name, settings, lambda f: run_eval(recipe))
+
+    eval_retain, eval_retain_key = evaluate(
+        "eval-retain", ModelConfig(name_or_path=base, adapter=str(retain_dir)), "retain", [retain_key]
+    )
+    eval_target, eval_target_key = evaluate(
+        "eval-target",
+        ModelConfig(name_or_path=str(target_merged)),
+        "target",
+        [merged_key, eval_retain_key],
+        retain_result=str(eval_retain),
+    )
+    unlearn_recipe = UnlearnRecipe(
+        output_dir="",
+        seed=config.seed,
+        model=ModelConfig(name_or_path=str(target_merged)),
+        lora=config.unlearn_lora,
+        data=_data(config, f"{p}:forget", f"{p}:retain"),
+        method=config.method,
+        training=_training(config, config.unlearn_training),
+    )
+
+    def build_unlearned(folder: Path) -> None:
+        unlearn_recipe.output_dir = str(folder)
+        run_unlearn(unlearn_recipe)
+
+    unlearned_dir, unlearned_key = timed(
+        "unlearned",
+        {"recipe": recipe_to_dict(unlearn_recipe) | {"output_dir": ""}, "after": merged_key},
+        build_unlearned,
+    )
+    eval_unlearned, _ = evaluate(
+        "eval-unlearned",
+        ModelConfig(name_or_path=str(target_merged), adapter=str(unlearned_dir)),
+        f"unlearned ({config.method.name})",
+        [unlearned_key, eval_retain_key, eval_target_key],
+        retain_result=str(eval_retain),
+        target_result=str(eval_target),
+    )
+    merged_dir, merged_unlearned_key = timed(
+        "unlearned-merged",
+        {"after": unlearned_key},
+        lambda f: merge_adapter(str(target_merged), str(unlearned_dir), str(f)),
+    )
+    for name in ("summary.json", "report.md"):
+        shutil.copy(eval_unlearned / name, merged_dir / f"eval_{name}")
+    hub_dir, _ = timed(
+        "hub",
+        {"after": merged_unlearned_key},
+        lambda f: push_folder(merged_dir, "your-org/smollm2-135m-unlearned-demo", dry_run_dir=f),
+    )
+
+    summaries = {
+        "target": _read_summary(eval_target),
+        "retain": _read_summary(eval_retain),
+        f"unlearned ({config.method.name})": _read_summary(eval_unlearned),
+    }
+    tradeoff = plot_tradeoff(list(summaries.items()), out / "tradeoff.png")
+    table = before_after_table(summaries)
+    checks = acceptance(summaries["target"], summaries[f"unlearned ({config.method.name})"])
+    examples = example_answers(
+        {"target": eval_target, "retain": eval_retain, "unlearned": eval_unlearned}, config.examples_shown
+    )
+    total = time.perf_counter() - start
+    report = out / "report.md"
+    report.write_text(
+        "\n".join(
+            [
+                "# llm-unlearn demo report",
+                "",
+                f"Base model `{config.model}`; data `{p}` (forget authors vs retain authors); "
+                f"method `{config.method.name}`; total time {total / 60:.1f} min.",
+                "",
+                "## Before / after",
+                "",
+                table,
+                "",
+                "## Acceptance",
+                "",
+                *[f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks],
+                "",
+                "## Plots",
+                "",
+                f"![trade-off]({tradeoff.name})",
+                "",
+                *[f"![{png.stem}](eval-unlearned/{png.name})" for png in sorted(eval_unlearned.glob("*.png"))],
+                "",
+                "## Example answers (greedy)",
+                examples,
+                "## Phases",
+                "",
+                "| phase | folder | seconds (0 = reused) |",
+                "|---|---|---:|",
+                *[f"| {n} | `{out / n}` | {s:.0f} |" for n, s in timings.items()],
+                "",
+                f"Push-ready folder (what `llm-unlearn push --dry-run` stages): `{hub_dir}`.",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    print("\n" + table + "\n")
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    print(examples)
+    print(f"\nReport: {report}  (total {total / 60:.1f} min)")
+    return report
+
+
+def _run_demo_command(args: argparse.Namespace) -> int:
+    config = load_recipe(DemoConfig, args.config, args.overrides)
+    run_demo(config, fresh=args.fresh)
+    return 0
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="Run the whole unlearning loop on the embedded SmolLM2.")
+    demo.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the demo settings (see llm_unlearn/demo.py)."
+    )
+    demo.add_argument("--config", help="YAML file with demo settings.")
+    demo.add_argument("--fresh", action="store_true", help="Recompute every phase instead of reusing finished ones.")
+    demo.set_defaults(func=_run_demo_command)

@@ -52,7 +52,10 @@ class DemoConfig:
 
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where every phase writes."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base model spec."})
-    data_prefix: str = field(default="synth", metadata={"help": "Data source prefix: 'synth' (shipped) or 'tofu'."})
+    data_prefix: str = field(
+        default="synth",
+        metadata={"help": "'synth' (shipped authors) or a TOFU author split, e.g. 'tofu:authors=20,forget=10%'."},
+    )
     prompt_template: str | None = field(
         default="Question: {question}\nAnswer:",
         metadata={"help": "Prompt format; null uses the chat template (adds a ~30-token system prompt)."},
@@ -128,21 +131,12 @@ def _training(config: DemoConfig, base: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eval_recipe(config: DemoConfig, model: ModelConfig, out: Path, label: str, **results: str | None) -> Any:
-    from llm_unlearn.eval.runner import EvalRecipe, EvalSets
+    from llm_unlearn.eval.runner import EvalRecipe
 
-    p = config.data_prefix
-    sets = EvalSets(
-        forget=f"{p}:forget_perturbed",
-        retain=f"{p}:retain_perturbed",
-        real_authors=f"{p}:real_authors_perturbed",
-        world_facts=f"{p}:world_facts_perturbed",
-        holdout=f"{p}:holdout",
-    )
     return EvalRecipe(
         output_dir=str(out),
         model=model,
-        sets=sets,
-        data=_data(config, f"{p}:forget", None),
+        data=_data(config, "", None),
         label=label,
         batch_size=config.eval_batch_size,
         **results,
@@ -206,102 +200,175 @@ def example_answers(evals: dict[str, Path], count: int) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
-    """Run every phase (reusing finished ones) and write `report.md`; returns the report path."""
-    from llm_unlearn.eval.report import plot_tradeoff
-    from llm_unlearn.eval.runner import run_eval
-    from llm_unlearn.finetune import run_finetune
-    from llm_unlearn.hub import push_folder
-    from llm_unlearn.merge import merge_adapter
-    from llm_unlearn.models import resolve_model_path
-    from llm_unlearn.unlearn import run_unlearn
+def data_spec(source: str, part: str) -> str:
+    """A `load_rows` spec for one part of a data source.
 
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    base = resolve_model_path(config.model)
-    p = config.data_prefix
-    timings: dict[str, float] = {}
+    `source` is `synth` (the shipped authors), `tofu:<split grammar>` (e.g. `tofu:authors=20,forget=10%`) or
+    `tofu` (the named TOFU files, forget10 / retain90). The real-authors and world-facts probes come from the
+    same family (`synth:` or `tofu:`).
+    """
+    family = source.split(":", 1)[0]
+    if part in ("real_authors_perturbed", "world_facts_perturbed"):
+        return f"{family}:{part}"
+    if source == "synth":
+        return f"synth:{part}"
+    if ":" in source:
+        return f"{source},part={part}"
+    raise ValueError(f"data source {source!r}: use 'synth' or 'tofu:authors=N,forget=P%'")
 
-    def timed(name: str, settings: Any, build: Callable[[Path], Any]) -> tuple[Path, str]:
+
+class Protocol:
+    """The TOFU protocol on one data source, as cached phases in `config.output_dir`.
+
+    `references()` fine-tunes the target (all authors) and retain (without forget authors) models and evaluates
+    both; `unlearn(method, training, name)` unlearns from the merged target and evaluates the result against
+    both. Every phase is reused when its settings (and those of the phases it builds on) are unchanged.
+    """
+
+    def __init__(self, config: DemoConfig, fresh: bool = False):
+        from llm_unlearn.models import resolve_model_path
+
+        self.config = config
+        self.fresh = fresh
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.base = resolve_model_path(config.model)
+        self.timings: dict[str, float] = {}
+        self._references: dict[str, Any] | None = None
+
+    def spec(self, part: str) -> str:
+        return data_spec(self.config.data_prefix, part)
+
+    def phase(self, name: str, settings: Any, build: Callable[[Path], Any]) -> tuple[Path, str]:
         t0 = time.perf_counter()
-        result = run_phase(out, name, settings, build, fresh)
-        timings[name] = time.perf_counter() - t0
+        result = run_phase(self.out, name, settings, build, self.fresh)
+        self.timings[name] = time.perf_counter() - t0
         return result
 
-    def finetune(name: str, train_spec: str) -> tuple[Path, str]:
+    def finetune(self, name: str, part: str) -> tuple[Path, str]:
+        from llm_unlearn.finetune import run_finetune
+
+        config = self.config
         recipe = FinetuneRecipe(
             output_dir="",
             seed=config.seed,
-            model=ModelConfig(name_or_path=base),
+            model=ModelConfig(name_or_path=self.base),
             lora=config.finetune_lora,
-            data=_data(config, train_spec, None),
+            data=_data(config, self.spec(part), None),
             training=_training(config, config.finetune_training),
         )
-        settings = {"recipe": recipe_to_dict(recipe) | {"output_dir": name}, "model": config.model}
+        settings = {"recipe": recipe_to_dict(recipe), "model": config.model}
 
         def build(folder: Path) -> None:
             recipe.output_dir = str(folder)
             run_finetune(recipe)
 
-        return timed(name, settings, build)
+        return self.phase(name, settings, build)
 
-    target_dir, target_key = finetune("target", f"{p}:full")
-    target_merged, merged_key = timed(
-        "target-merged", {"after": target_key}, lambda f: merge_adapter(base, str(target_dir), str(f))
-    )
-    retain_dir, retain_key = finetune("retain", f"{p}:retain")
+    def evaluate(self, name: str, model: ModelConfig, label: str, after: list[str], **results: str | None):
+        from llm_unlearn.eval.runner import run_eval
 
-    def evaluate(name: str, model: ModelConfig, label: str, after: list[str], **results: str | None):
-        recipe = _eval_recipe(config, model, out / name, label, **results)
+        recipe = _eval_recipe(self.config, model, self.out / name, label, **results)
+        recipe.sets = _eval_sets(self)
         settings = {"recipe": recipe_to_dict(recipe), "after": after}
-        return timed(name, settings, lambda f: run_eval(recipe))
+        return self.phase(name, settings, lambda folder: run_eval(recipe))
 
-    eval_retain, eval_retain_key = evaluate(
-        "eval-retain", ModelConfig(name_or_path=base, adapter=str(retain_dir)), "retain", [retain_key]
-    )
-    eval_target, eval_target_key = evaluate(
-        "eval-target",
-        ModelConfig(name_or_path=str(target_merged)),
-        "target",
-        [merged_key, eval_retain_key],
-        retain_result=str(eval_retain),
-    )
-    unlearn_recipe = UnlearnRecipe(
-        output_dir="",
-        seed=config.seed,
-        model=ModelConfig(name_or_path=str(target_merged)),
-        lora=config.unlearn_lora,
-        data=_data(config, f"{p}:forget", f"{p}:retain"),
-        method=config.method,
-        training=_training(config, config.unlearn_training),
+    def references(self) -> dict[str, Any]:
+        """Target and retain models and their evaluations (computed once per Protocol)."""
+        from llm_unlearn.merge import merge_adapter
+
+        if self._references is None:
+            target_dir, target_key = self.finetune("target", "full")
+            target_merged, merged_key = self.phase(
+                "target-merged", {"after": target_key}, lambda f: merge_adapter(self.base, str(target_dir), str(f))
+            )
+            retain_dir, retain_key = self.finetune("retain", "retain")
+            eval_retain, eval_retain_key = self.evaluate(
+                "eval-retain", ModelConfig(name_or_path=self.base, adapter=str(retain_dir)), "retain", [retain_key]
+            )
+            eval_target, eval_target_key = self.evaluate(
+                "eval-target",
+                ModelConfig(name_or_path=str(target_merged)),
+                "target",
+                [merged_key, eval_retain_key],
+                retain_result=str(eval_retain),
+            )
+            self._references = {
+                "target_merged": target_merged,
+                "target_key": merged_key,
+                "eval_target": eval_target,
+                "eval_retain": eval_retain,
+                "eval_keys": [eval_retain_key, eval_target_key],
+            }
+        return self._references
+
+    def unlearn(self, method: MethodConfig, training: dict[str, Any], name: str) -> tuple[Path, Path, str]:
+        """Unlearn with `method` from the merged target; returns (adapter folder, eval folder, phase key)."""
+        from llm_unlearn.unlearn import run_unlearn
+
+        refs = self.references()
+        recipe = UnlearnRecipe(
+            output_dir="",
+            seed=self.config.seed,
+            model=ModelConfig(name_or_path=str(refs["target_merged"])),
+            lora=self.config.unlearn_lora,
+            data=_data(self.config, self.spec("forget"), self.spec("retain")),
+            method=method,
+            training=_training(self.config, training),
+        )
+
+        def build(folder: Path) -> None:
+            recipe.output_dir = str(folder)
+            run_unlearn(recipe)
+
+        unlearned_dir, key = self.phase(
+            f"unlearned-{name}", {"recipe": recipe_to_dict(recipe), "after": refs["target_key"]}, build
+        )
+        eval_dir, _ = self.evaluate(
+            f"eval-unlearned-{name}",
+            ModelConfig(name_or_path=str(refs["target_merged"]), adapter=str(unlearned_dir)),
+            f"unlearned ({method.name})",
+            [key, *refs["eval_keys"]],
+            retain_result=str(refs["eval_retain"]),
+            target_result=str(refs["eval_target"]),
+        )
+        return unlearned_dir, eval_dir, key
+
+
+def _eval_sets(protocol: Protocol) -> Any:
+    from llm_unlearn.eval.runner import EvalSets
+
+    return EvalSets(
+        forget=protocol.spec("forget_perturbed"),
+        retain=protocol.spec("retain_perturbed"),
+        real_authors=protocol.spec("real_authors_perturbed"),
+        world_facts=protocol.spec("world_facts_perturbed"),
+        holdout=protocol.spec("holdout"),
     )
 
-    def build_unlearned(folder: Path) -> None:
-        unlearn_recipe.output_dir = str(folder)
-        run_unlearn(unlearn_recipe)
 
-    unlearned_dir, unlearned_key = timed(
-        "unlearned",
-        {"recipe": recipe_to_dict(unlearn_recipe) | {"output_dir": ""}, "after": merged_key},
-        build_unlearned,
+def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
+    """Run every phase (reusing finished ones) and write `report.md`; returns the report path."""
+    from llm_unlearn.eval.report import plot_tradeoff
+    from llm_unlearn.hub import push_folder
+    from llm_unlearn.merge import merge_adapter
+
+    start = time.perf_counter()
+    protocol = Protocol(config, fresh)
+    out, p, timings = protocol.out, config.data_prefix, protocol.timings
+    refs = protocol.references()
+    eval_target, eval_retain, target_merged = refs["eval_target"], refs["eval_retain"], refs["target_merged"]
+    unlearned_dir, eval_unlearned, unlearned_key = protocol.unlearn(
+        config.method, config.unlearn_training, config.method.name
     )
-    eval_unlearned, _ = evaluate(
-        "eval-unlearned",
-        ModelConfig(name_or_path=str(target_merged), adapter=str(unlearned_dir)),
-        f"unlearned ({config.method.name})",
-        [unlearned_key, eval_retain_key, eval_target_key],
-        retain_result=str(eval_retain),
-        target_result=str(eval_target),
-    )
-    merged_dir, merged_unlearned_key = timed(
+    merged_dir, merged_unlearned_key = protocol.phase(
         "unlearned-merged",
         {"after": unlearned_key},
         lambda f: merge_adapter(str(target_merged), str(unlearned_dir), str(f)),
     )
     for name in ("summary.json", "report.md"):
         shutil.copy(eval_unlearned / name, merged_dir / f"eval_{name}")
-    hub_dir, _ = timed(
+    hub_dir, _ = protocol.phase(
         "hub",
         {"after": merged_unlearned_key},
         lambda f: push_folder(merged_dir, "your-org/smollm2-135m-unlearned-demo", dry_run_dir=f),
@@ -340,7 +407,7 @@ def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
                 "",
                 f"![trade-off]({tradeoff.name})",
                 "",
-                *[f"![{png.stem}](eval-unlearned/{png.name})" for png in sorted(eval_unlearned.glob("*.png"))],
+                *[f"![{png.stem}]({eval_unlearned.name}/{png.name})" for png in sorted(eval_unlearned.glob("*.png"))],
                 "",
                 "## Example answers (greedy)",
                 examples,

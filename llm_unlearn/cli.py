@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 import yaml
@@ -94,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come after flags (`eval CONFIG --overwrite a.b=1`): argparse leaves them over.
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    if extra != overrides or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = list(args.overrides or []) + overrides
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -103,10 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnError as exc:
         print(f"llm-unlearn {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

@@ -364,10 +364,8 @@ def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
     merged_dir, merged_unlearned_key = protocol.phase(
         "unlearned-merged",
         {"after": unlearned_key},
-        lambda f: merge_adapter(str(target_merged), str(unlearned_dir), str(f)),
+        lambda f: merge_adapter(str(target_merged), str(unlearned_dir), str(f), eval_dir=str(eval_unlearned)),
     )
-    for name in ("summary.json", "report.md"):
-        shutil.copy(eval_unlearned / name, merged_dir / f"eval_{name}")
     hub_dir, _ = protocol.phase(
         "hub",
         {"after": merged_unlearned_key},

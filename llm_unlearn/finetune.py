@@ -16,15 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_unlearn.config import FinetuneRecipe, load_recipe, recipe_to_dict
+from llm_unlearn.config import FinetuneRecipe, recipe_to_dict
 from llm_unlearn.errors import ConfigError, DataError
+from llm_unlearn.launch import add_recipe_command
+from llm_unlearn.outputs import library_versions
 
 MANIFEST_NAME = "finetune_manifest.json"
 LOSS_PLOT = "train_loss.png"
@@ -208,18 +209,6 @@ def _fingerprint(rows: list[dict[str, Any]]) -> str:
     return fingerprint(rows)
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("llm-unlearn", "torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "datasets"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
 def plot_train_loss(log_history: list[dict[str, Any]], path: str | Path) -> Path | None:
     """Answer-token training loss per logged step (the Trainer's `log_history`) as a PNG; None if nothing logged."""
     points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
@@ -274,7 +263,7 @@ def run_finetune(recipe: FinetuneRecipe) -> Path:
             "global_step": result.global_step,
             "train_loss": result.training_loss,
             "recipe": recipe_to_dict(recipe),
-            "versions": _versions(),
+            "versions": library_versions(),
             "wall_time_s": round(time.time() - start, 2),
         }
         (setup.output_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -288,23 +277,14 @@ def run_finetune(recipe: FinetuneRecipe) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _cmd_finetune(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
-    recipe = load_recipe(FinetuneRecipe, args.config, overrides)
-    out = run_finetune(recipe)
-    print(out)
-    return 0
-
-
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
     """`llm-unlearn finetune CONFIG [k=v ...] [--overwrite]`."""
-    parser = subparsers.add_parser(
+    add_recipe_command(
+        subparsers,
         "finetune",
+        FinetuneRecipe,
+        run_finetune,
         help="Fine-tune the target (all data) or retain model (retain split) with trl's SFTTrainer.",
         description="Supervised fine-tuning with loss on answer tokens only. Under several processes run "
         "`accelerate launch --config_file configs/accelerate/ddp.yaml recipes/finetune.py --config CONFIG`.",
     )
-    parser.add_argument("config", help="Finetune recipe YAML (configs/finetune/*.yaml).")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.num_train_epochs=3.")
-    parser.add_argument("--overwrite", action="store_true", help="Allow a non-empty output_dir.")
-    parser.set_defaults(func=_cmd_finetune)

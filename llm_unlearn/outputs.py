@@ -31,3 +31,17 @@ def prepare_output_dir(path: str | Path, overwrite: bool = False, protected: lis
         raise OutputDirError(f"{path}: folder is not empty; pass --overwrite (or overwrite: true) to replace it")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape a result, for manifests and model cards."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("llm-unlearn", "torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out

@@ -10,15 +10,16 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_unlearn.config import LoraConfig, UnlearnRecipe, load_recipe, recipe_to_dict
+from llm_unlearn.config import LoraConfig, UnlearnRecipe, recipe_to_dict
 from llm_unlearn.errors import ConfigError, DataError
+from llm_unlearn.launch import add_recipe_command
 from llm_unlearn.methods import Hyperparams, Method, get_method, list_methods, resolve_hyperparams
+from llm_unlearn.outputs import library_versions
 
 MANIFEST_NAME = "unlearn_manifest.json"
 
@@ -185,18 +186,6 @@ def build_unlearn_trainer(recipe: UnlearnRecipe) -> UnlearnSetup:
     return UnlearnSetup(trainer, tokenizer, output_dir, method, hp, forget, retain, base_path)
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("llm-unlearn", "torch", "transformers", "peft", "accelerate", "trl", "deepspeed", "datasets"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
 def run_unlearn(recipe: UnlearnRecipe) -> Path:
     """Unlearn `recipe.data.forget` from `recipe.model` with `recipe.method` and save the result.
 
@@ -245,7 +234,7 @@ def run_unlearn(recipe: UnlearnRecipe) -> Path:
             "train_loss": result.training_loss,
             "last_metrics": last,
             "recipe": recipe_to_dict(recipe),
-            "versions": _versions(),
+            "versions": library_versions(),
             "wall_time_s": round(time.time() - start, 2),
         }
         manifest["forget"]["fingerprint"] = fingerprint(setup.forget_rows)
@@ -293,22 +282,14 @@ def add_methods_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_methods)
 
 
-def _cmd_unlearn(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
-    recipe = load_recipe(UnlearnRecipe, args.config, overrides)
-    print(run_unlearn(recipe))
-    return 0
-
-
 def add_unlearn_parser(subparsers: argparse._SubParsersAction) -> None:
     """`llm-unlearn unlearn CONFIG [k=v ...] [--overwrite]`."""
-    parser = subparsers.add_parser(
+    add_recipe_command(
+        subparsers,
         "unlearn",
+        UnlearnRecipe,
+        run_unlearn,
         help="Unlearn a forget set with a registered method (see `llm-unlearn methods`).",
         description="Run an unlearning recipe. Under several processes run "
         "`accelerate launch --config_file configs/accelerate/ddp.yaml recipes/unlearn.py --config CONFIG`.",
     )
-    parser.add_argument("config", help="Unlearn recipe YAML (configs/unlearn/*.yaml).")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. method.beta=0.2.")
-    parser.add_argument("--overwrite", action="store_true", help="Allow a non-empty output_dir.")
-    parser.set_defaults(func=_cmd_unlearn)

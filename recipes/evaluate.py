@@ -10,31 +10,21 @@ Writes summary.json, per_example.jsonl, report.md and PNG plots into output_dir.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from llm_unlearn.config import load_recipe
-from llm_unlearn.errors import UnlearnError
 from llm_unlearn.eval.runner import EvalRecipe, run_eval
+from llm_unlearn.launch import run_recipe_main
+
+
+def evaluate(recipe: EvalRecipe) -> str:
+    """setup -> evaluate -> write (in run_eval); the summary as JSON for the terminal."""
+    summary = run_eval(recipe)
+    return json.dumps(summary, indent=2, sort_keys=True, default=str) if summary else ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="Eval recipe YAML (configs/eval/...).")
-    parser.add_argument("--overwrite", action="store_true", help="Allow a non-empty output_dir.")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides.")
-    args = parser.parse_args(argv)
-    try:
-        # setup -> evaluate -> write: all in run_eval
-        recipe = load_recipe(EvalRecipe, args.config, args.overrides + (["overwrite=true"] if args.overwrite else []))
-        summary = run_eval(recipe)
-    except UnlearnError as exc:
-        print(f"evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    if summary:
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    return 0
+    return run_recipe_main("eval", EvalRecipe, evaluate, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -12,31 +12,16 @@ The same as `llm-unlearn finetune CONFIG [section.key=value ...]`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from llm_unlearn.config import FinetuneRecipe, load_recipe
-from llm_unlearn.errors import UnlearnError
+from llm_unlearn.config import FinetuneRecipe
 from llm_unlearn.finetune import run_finetune
+from llm_unlearn.launch import run_recipe_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="Finetune recipe YAML.")
-    parser.add_argument("--overwrite", action="store_true", help="Allow a non-empty output_dir.")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides.")
-    args = parser.parse_args(argv)
-    try:
-        # setup -> train -> save: all in run_finetune
-        recipe = load_recipe(
-            FinetuneRecipe, args.config, args.overrides + (["overwrite=true"] if args.overwrite else [])
-        )
-        out = run_finetune(recipe)
-    except UnlearnError as exc:
-        print(f"finetune: error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    # setup -> train -> save (the library does the work in run_finetune)
+    return run_recipe_main("finetune", FinetuneRecipe, run_finetune, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -11,31 +11,16 @@ The same as `llm-unlearn unlearn CONFIG [section.key=value ...] [--overwrite]`; 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from llm_unlearn.config import UnlearnRecipe, load_recipe
-from llm_unlearn.errors import UnlearnError
+from llm_unlearn.config import UnlearnRecipe
+from llm_unlearn.launch import run_recipe_main
 from llm_unlearn.unlearn import run_unlearn
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="Unlearn recipe YAML (configs/unlearn/*.yaml).")
-    parser.add_argument("--overwrite", action="store_true", help="Allow a non-empty output_dir.")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. method.beta=0.2.")
-    args = parser.parse_args(argv)
-    try:
-        # setup -> train -> save (adapter + unlearn_manifest.json): all in run_unlearn
-        recipe = load_recipe(
-            UnlearnRecipe, args.config, args.overrides + (["overwrite=true"] if args.overwrite else [])
-        )
-        out = run_unlearn(recipe)
-    except UnlearnError as exc:
-        print(f"unlearn: error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+    # setup -> train -> save (the library does the work in run_unlearn)
+    return run_recipe_main("unlearn", UnlearnRecipe, run_unlearn, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LLM_UNLEARN_CACHE", str(REPO / ".cache" / "llm_unlearn"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from a second thread, and two threads per process collapse under a loaded CPU.
+torch.set_num_threads(1)
 TOFU_DIR = REPO.parent / "shared" / "data" / "tofu"
 TOFU_LOGS_DIR = REPO.parent / "shared" / "data" / "tofu_eval_logs"
 

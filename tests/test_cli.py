@@ -50,3 +50,13 @@ def test_model_prepare_prints_cached_folder(capsys, smollm2_dir):
     assert main(["model", "prepare", "smollm2-135m"]) == 0
     assert capsys.readouterr().out.strip() == str(smollm2_dir)
     assert main(["model", "prepare", "gpt-17"]) == 2
+
+
+def test_every_public_name_resolves():
+    import llm_unlearn
+
+    assert llm_unlearn.__all__[1:] == sorted(llm_unlearn.__all__[1:])
+    for name in llm_unlearn.__all__:
+        assert getattr(llm_unlearn, name) is not None
+    with pytest.raises(AttributeError):
+        llm_unlearn.no_such_name  # noqa: B018

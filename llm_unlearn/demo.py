@@ -87,6 +87,7 @@ class DemoConfig:
         }
     )
     eval_batch_size: int = field(default=16, metadata={"help": "Sequences per forward in evaluation."})
+    eval_subset: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows of each set."})
     examples_shown: int = field(default=3, metadata={"help": "Forget and retain questions shown before/after."})
 
 
@@ -140,6 +141,7 @@ def _eval_recipe(config: DemoConfig, model: ModelConfig, out: Path, label: str, 
         data=_data(config, "", None),
         label=label,
         batch_size=config.eval_batch_size,
+        subset=config.eval_subset,
         **results,
     )
 

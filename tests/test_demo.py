@@ -49,3 +49,36 @@ def test_table_and_acceptance():
     )
     assert [ok for _, ok in acceptance(target, good)] == [True, True]
     assert [ok for _, ok in acceptance(target, bad)] == [False, False]
+
+
+def test_demo_runs_every_phase_on_the_tiny_model_and_reuses_them(tmp_path, tiny_model_dir, capsys):
+    from llm_unlearn.config import load_recipe
+    from llm_unlearn.demo import DemoConfig, run_demo
+
+    overrides = [
+        f"output_dir={tmp_path / 'demo'}",
+        f"model={tiny_model_dir}",
+        "bf16=false",
+        "finetune_lora.r=4",
+        "unlearn_lora.r=4",
+        "finetune_training.max_steps=2",
+        "unlearn_training.max_steps=2",
+        "eval_subset=4",
+        "examples_shown=2",
+    ]
+    config = load_recipe(DemoConfig, None, overrides)
+    report = run_demo(config)
+    text = report.read_text()
+    assert "| Forget quality, KS p-value vs retain model" in text and "## Acceptance" in text
+    assert text.count("PASS") + text.count("FAIL") >= 2 and "### Forget questions" in text
+    out = tmp_path / "demo"
+    for folder in ("target", "retain", "eval-target", "eval-retain", "unlearned-npo_rt", "unlearned-merged", "hub"):
+        assert (out / folder / PHASE_MARKER).is_file(), folder
+    assert (out / "unlearned-npo_rt" / "unlearn_manifest.json").is_file()
+    assert (out / "hub" / "README.md").read_text().startswith("---")  # model card with hub metadata
+    summary = json.loads((out / "eval-unlearned-npo_rt" / "summary.json").read_text())["summary"]
+    assert "forget_quality" in summary and "model_utility" in summary
+    capsys.readouterr()
+
+    run_demo(config)  # a rerun reuses every finished phase
+    assert capsys.readouterr().out.count("reusing") == 9

@@ -380,7 +380,7 @@ def run_demo(config: DemoConfig, fresh: bool = False) -> Path:
         "retain": _read_summary(eval_retain),
         f"unlearned ({config.method.name})": _read_summary(eval_unlearned),
     }
-    tradeoff = plot_tradeoff(list(summaries.items()), out / "tradeoff.png")
+    tradeoff = plot_tradeoff(list(summaries.items()), out / "tradeoff.png", connect=False)
     table = before_after_table(summaries)
     checks = acceptance(summaries["target"], summaries[f"unlearned ({config.method.name})"])
     examples = example_answers(

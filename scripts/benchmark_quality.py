@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     results.with_suffix(".md").write_text(text, encoding="utf-8")
     payload = {"source": args.source, "command": command, "rows": [list(r) for r in rows]}
     results.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-    plot_tradeoff([(n, s) for n, s, _ in rows], results.parent / f"{results.name}_tradeoff.png")
+    plot_tradeoff([(n, s) for n, s, _ in rows], results.parent / f"{results.name}_tradeoff.png", connect=False)
     print(text)
     return 0
 

@@ -103,8 +103,14 @@ def plot_utility_components(summaries: Sequence[tuple[str, Mapping[str, float]]]
     return Path(path)
 
 
-def plot_tradeoff(results: Sequence[tuple[str, Mapping[str, float]]], path: str | Path) -> Path:
-    """Forget quality (log scale) against model utility, one labelled point per checkpoint, joined in order."""
+def plot_tradeoff(results: Sequence[tuple[str, Mapping[str, float]]], path: str | Path, connect: bool = True) -> Path:
+    """Forget quality (log scale) against model utility, one labelled point per result.
+
+    Args:
+        results: (label, summary) pairs.
+        path: PNG path.
+        connect: join the points in order (checkpoints of one run); False for unrelated models (methods).
+    """
     fig = Figure(figsize=(6, 4.5))
     ax = fig.subplots()
     points = [
@@ -112,7 +118,7 @@ def plot_tradeoff(results: Sequence[tuple[str, Mapping[str, float]]], path: str 
     ]
     points = [(lab, mu, max(fq, 1e-300)) for lab, mu, fq in points if not (math.isnan(mu) or math.isnan(fq))]
     if points:
-        ax.plot([p[1] for p in points], [p[2] for p in points], "o-")
+        ax.plot([p[1] for p in points], [p[2] for p in points], "o-" if connect else "o")
         for label, mu, fq in points:
             ax.annotate(str(label), (mu, fq), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_yscale("log")

@@ -245,6 +245,9 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, list(fields), where))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+        default_factory = fields[key].default_factory
+        if isinstance(kwargs[key], dict) and default_factory is not dataclasses.MISSING:
+            kwargs[key] = {**default_factory(), **kwargs[key]}  # a mapping field updates its defaults
     missing = [
         name
         for name, f in fields.items()

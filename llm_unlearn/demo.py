@@ -81,8 +81,7 @@ class DemoConfig:
             "learning_rate": 3e-4,
             "num_train_epochs": 5,
             "per_device_train_batch_size": 4,
-            "warmup_steps": 2,
-            "lr_scheduler_type": "constant_with_warmup",
+            "lr_scheduler_type": "linear",
             "logging_steps": 5,
         }
     )

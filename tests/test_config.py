@@ -107,3 +107,11 @@ def test_override_into_non_section_fails(tmp_path):
 def test_finetune_recipe_defaults_train_on_everything():
     recipe = load_recipe(FinetuneRecipe)
     assert recipe.data.forget == "synth:full" and recipe.data.retain is None
+
+
+def test_override_of_a_mapping_field_keeps_its_other_defaults():
+    from llm_unlearn.demo import DemoConfig
+
+    config = load_recipe(DemoConfig, None, ["unlearn_training.learning_rate=2e-4"])
+    assert config.unlearn_training["learning_rate"] == 2e-4
+    assert config.unlearn_training["num_train_epochs"] == DemoConfig().unlearn_training["num_train_epochs"]

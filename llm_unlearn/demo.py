@@ -158,7 +158,8 @@ def _read_generations(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return records
 
 
-def _fmt(value: float | None) -> str:
+def format_metric(value: float | None) -> str:
+    """4 decimals, or 3 significant digits below 0.01 (forget quality spans many orders of magnitude)."""
     if value is None:
         return "n/a"
     return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
@@ -169,7 +170,7 @@ def before_after_table(summaries: dict[str, dict[str, float]]) -> str:
     names = list(summaries)
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for key, label in TABLE_ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(summaries[n].get(key)) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(format_metric(summaries[n].get(key)) for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -178,8 +179,8 @@ def acceptance(target: dict[str, float], unlearned: dict[str, float]) -> list[tu
     fq_t, fq_u = target.get("forget_quality", float("nan")), unlearned.get("forget_quality", float("nan"))
     mu_t, mu_u = target.get("model_utility", float("nan")), unlearned.get("model_utility", float("nan"))
     return [
-        (f"forget quality {_fmt(fq_u)} >= 10 x target {_fmt(fq_t)}", fq_u >= 10 * fq_t),
-        (f"model utility {_fmt(mu_u)} >= 0.9 x target {_fmt(mu_t)}", mu_u >= 0.9 * mu_t),
+        (f"forget quality {format_metric(fq_u)} >= 10 x target {format_metric(fq_t)}", fq_u >= 10 * fq_t),
+        (f"model utility {format_metric(mu_u)} >= 0.9 x target {format_metric(mu_t)}", mu_u >= 0.9 * mu_t),
     ]
 
 

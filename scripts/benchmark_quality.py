@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from llm_unlearn.config import MethodConfig, load_recipe
-from llm_unlearn.demo import DemoConfig, Protocol, _read_summary
+from llm_unlearn.demo import DemoConfig, Protocol, _read_summary, format_metric
 from llm_unlearn.eval.report import plot_tradeoff
 from llm_unlearn.methods import list_methods
 
@@ -32,12 +32,6 @@ COLUMNS = [
     ("forget/truth_ratio_score", "forget truth ratio"),
     ("retain/rougeL", "retain ROUGE-L"),
 ]
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3g}" if 0 < abs(value) < 1e-2 else f"{value:.4f}"
 
 
 def verdict(summary: dict[str, float], target: dict[str, float]) -> str:
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     header = "| model | " + " | ".join(label for _, label in COLUMNS) + " | unlearn wall time (s) | verdict |"
     lines = [header, "|---|" + "---:|" * (len(COLUMNS) + 1) + "---|"]
     for name, summary, seconds in rows:
-        cells = " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS)
+        cells = " | ".join(format_metric(summary.get(key)) for key, _ in COLUMNS)
         wall = f"{seconds:.0f}" if seconds is not None else "-"
         word = verdict(summary, target) if seconds is not None else "reference"
         lines.append(f"| {name} | {cells} | {wall} | {word} |")

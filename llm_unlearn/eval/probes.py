@@ -22,14 +22,9 @@ from tqdm.auto import tqdm
 from llm_unlearn.data.collate import IGNORE_INDEX, PromptFormatter, pad_examples
 from llm_unlearn.errors import DataError
 from llm_unlearn.eval.mia import mia_scores
+from llm_unlearn.losses import sequence_log_probs
 
 ANSWER, PARAPHRASE, PERTURBED = "answer", "paraphrase", "perturbed"
-
-
-def _sequence_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from llm_unlearn.losses import sequence_log_probs
-
-    return sequence_log_probs(logits, labels)
 
 
 @contextmanager
@@ -188,7 +183,7 @@ def score_sequences(
             batch = pad_examples([examples[i] for i in idx], pad_token_id, padding_side)
             batch = {k: v.to(device) for k, v in batch.items()}
             logits, labels = answer_logits(model, batch)  # [b, K, V], [b, K]
-            seq_lp, count = _sequence_log_probs(logits, labels)  # [b], [b]
+            seq_lp, count = sequence_log_probs(logits, labels)  # [b], [b]
             sum_log_prob[idx] = seq_lp.double().cpu().numpy()
             num_tokens[idx] = count.cpu().numpy()
             if token_stats is not None:
